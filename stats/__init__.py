@@ -1,0 +1,1 @@
+"""Statistics files shipped with i0tscore, installed as the package ``i0tscore._stats``."""
