@@ -67,7 +67,7 @@ def load_rgb(image: ImageInput) -> Image.Image:
     if isinstance(image, np.ndarray):
         return to_rgb(_from_array(image, channels_first=False))
     if type(image).__module__.startswith("torch"):
-        return to_rgb(_from_array(image.detach().cpu().numpy(), channels_first=True))
+        return to_rgb(_from_tensor(image))
     raise TypeError(
         f"Unsupported image input of type {type(image).__name__}: expected a file path, a PIL image, "
         f"a uint8 numpy array (H, W[, C]) or a uint8 torch tensor (C, H, W)."
@@ -129,14 +129,29 @@ def _wide_grey_to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled).convert("RGB")
 
 
+def _from_tensor(tensor: Any) -> Image.Image:
+    # Check the dtype before .numpy(), which fails outright on bfloat16.
+    import torch
+
+    if tensor.dtype != torch.uint8:
+        hint = ""
+        if tensor.is_floating_point():
+            hint = (
+                " Float images are ambiguous because their values may be in [0, 1] or [0, 255]. "
+                "If yours are in [0, 1], convert with (image * 255).round().to(torch.uint8)."
+            )
+        raise ImageLoadError(f"Image (C, H, W) tensor has dtype {tensor.dtype}; expected torch.uint8 values 0–255.{hint}")
+    return _from_array(tensor.detach().cpu().numpy(), channels_first=True)
+
+
 def _from_array(array: np.ndarray, *, channels_first: bool) -> Image.Image:
     layout = "(C, H, W) tensor" if channels_first else "(H, W, C) array"
     if array.dtype != np.uint8:
         hint = ""
         if np.issubdtype(array.dtype, np.floating):
             hint = (
-                " Float images are ambiguous (values in [0, 1] or [0, 255]); convert with "
-                "(image * 255).round().astype(uint8) if your values are in [0, 1]."
+                " Float images are ambiguous because their values may be in [0, 1] or [0, 255]. "
+                "If yours are in [0, 1], convert with (image * 255).round().astype(numpy.uint8)."
             )
         raise ImageLoadError(f"Image {layout} has dtype {array.dtype}; expected uint8 values 0–255.{hint}")
     if array.ndim == 3 and channels_first:
@@ -157,15 +172,22 @@ def content_key(image: ImageInput) -> tuple:
     """A key under which identical image inputs collide, to encode each image once per call.
 
     Paths compare by resolved path, PIL images by object identity, and arrays
-    and tensors by their bytes.
+    and tensors by their bytes. Arrays and tensors never share a key, because
+    the same bytes mean (H, W, C) in one and (C, H, W) in the other.
     """
     if isinstance(image, (str, os.PathLike)):
         return ("path", os.path.realpath(image))
     if isinstance(image, Image.Image):
         return ("pil", id(image))
-    if isinstance(image, np.ndarray) or type(image).__module__.startswith("torch"):
-        array = image if isinstance(image, np.ndarray) else image.detach().cpu().numpy()
-        return ("array", array.shape, str(array.dtype), _array_digest(array))
+    if isinstance(image, np.ndarray):
+        return ("array", image.shape, str(image.dtype), _array_digest(image))
+    if type(image).__module__.startswith("torch"):
+        import torch
+
+        if image.dtype != torch.uint8:
+            return ("object", id(image))  # load_rgb rejects it anyway.
+        array = image.detach().cpu().numpy()
+        return ("tensor", array.shape, str(array.dtype), _array_digest(array))
     return ("object", id(image))
 
 

@@ -58,12 +58,16 @@ def read_json(path: PathLike) -> Any:
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}.")
     try:
-        with open(path, encoding="utf-8") as handle:
+        # utf-8-sig also reads files that start with a byte order mark.
+        with open(path, encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
         raise InputFormatError(f"{path}: invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}.") from err
     except UnicodeDecodeError as err:
-        raise InputFormatError(f"{path}: not UTF-8 text ({err}).") from err
+        raise InputFormatError(f"{path}: not UTF-8 text ({err}). Save the file as UTF-8.") from err
+    except ValueError as err:
+        # e.g. an integer literal longer than Python's conversion limit.
+        raise InputFormatError(f"{path}: invalid JSON: {err}.") from err
 
 
 def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -71,14 +75,24 @@ def iter_jsonl(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}.")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with open(path, encoding="utf-8-sig") as handle:
+        number = 0
+        while True:
+            try:
+                line = handle.readline()
+            except UnicodeDecodeError as err:
+                raise InputFormatError(f"{path}, line {number + 1}: not UTF-8 text ({err}). Save the file as UTF-8.") from err
+            if not line:
+                return
+            number += 1
             if not line.strip():
                 continue
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as err:
                 raise InputFormatError(f"{path}, line {number}: invalid JSON: {err.msg}.") from err
+            except ValueError as err:
+                raise InputFormatError(f"{path}, line {number}: invalid JSON: {err}.") from err
             if not isinstance(value, dict):
                 raise InputFormatError(
                     f"{path}, line {number}: expected a JSON object, got {type(value).__name__}."
@@ -117,7 +131,9 @@ class ImageFolder:
         key = str(image_id)
         if key in self._by_stem:
             return self._by_stem[key]
-        if isinstance(image_id, int) or key.isdigit():
+        # bool is an int subclass, and str.isdigit() accepts digits such as "²" that int() rejects.
+        numeric = isinstance(image_id, int) and not isinstance(image_id, bool)
+        if numeric or (key.isascii() and key.isdigit()):
             padded = f"{int(key):012d}"
             if padded in self._by_stem:
                 return self._by_stem[padded]
@@ -368,20 +384,27 @@ def read_corpus(path: PathLike, *, images: Optional[PathLike] = None) -> list[Pa
 def _read_csv_corpus(path: Path, base: Path) -> list[Pair]:
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}.")
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = {"image", "caption"} - set(reader.fieldnames or [])
-        if missing:
-            raise InputFormatError(
-                f"{path}: missing column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}. "
-                f"A CSV corpus needs 'image' and 'caption' columns."
-            )
-        pairs = []
-        for number, row in enumerate(reader, start=2):
-            if not row["image"] or row["caption"] is None:
-                raise InputFormatError(f"{path}, line {number}: empty 'image' or missing 'caption'.")
-            pairs.append(Pair(_resolve(base, row["image"]), row["caption"]))
-        return pairs
+    try:
+        # utf-8-sig reads the byte order mark that spreadsheet programs write.
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"image", "caption"} - set(reader.fieldnames or [])
+            if missing:
+                raise InputFormatError(
+                    f"{path}: missing column(s) {', '.join(sorted(missing))}; found {reader.fieldnames}. "
+                    f"A CSV corpus needs 'image' and 'caption' columns."
+                )
+            pairs = []
+            for row in reader:
+                # line_num counts physical lines, so quoted captions spanning lines are accounted for.
+                if not row["image"] or row["caption"] is None:
+                    raise InputFormatError(f"{path}, line {reader.line_num}: empty 'image' or missing 'caption'.")
+                pairs.append(Pair(_resolve(base, row["image"]), row["caption"]))
+            return pairs
+    except UnicodeDecodeError as err:
+        raise InputFormatError(f"{path}: not UTF-8 text ({err}). Save the file as UTF-8.") from err
+    except csv.Error as err:
+        raise InputFormatError(f"{path}: invalid CSV: {err}.") from err
 
 
 def _resolve(base: Path, name: str) -> Path:
