@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--format", choices=["json", "csv"], default=None, help="output format (default: from --out's suffix, else json)")
     score.add_argument("--compare", action="store_true", help="add CLIP-S columns to the output and print both scores side by side")
     score.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="on an unreadable image: stop with exit code 2 (fail) or write the item with an error (skip)")
+    score.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial.jsonl instead of starting over")
+    score.add_argument("--chunk-size", type=int, default=1024, help="items scored between two saves of finished work to OUT.partial.jsonl (default: %(default)s)")
     _add_model_options(score)
 
     stats = commands.add_parser("stats", help="build, merge, list and show modality statistics")
@@ -113,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_score(args: argparse.Namespace) -> int:
     from i0tscore.images import ImageLoadError
     from i0tscore.inputs import read_candidates
+    from i0tscore.runner import score_items, summarize
     from i0tscore.scorer import I0TScore
+    from i0tscore.statistics import Statistics
 
     items = read_candidates(args.candidates, images=args.images, annotations=args.annotations, references=args.references)
     has_refs = [item.references is not None for item in items]
@@ -133,44 +137,41 @@ def run_score(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,
         allow_model_mismatch=args.allow_model_mismatch,
     )
-    images = [item.image for item in items]
-    captions = [item.caption for item in items]
-    references = [item.references for item in items] if all(has_refs) else None
-    try:
-        result = scorer.score(images, captions, references, on_error="skip" if args.on_error == "skip" else "raise")
-    except ImageLoadError as err:
-        failed = next((item for item in items if str(item.image) in str(err)), None)
-        where = f"item {failed.id!r}: " if failed is not None else ""
-        raise ImageLoadError(f"{where}{err} Use --on-error skip to score the other items.") from err
+    out_is_file = args.out != "-"
+    partial = Path(args.out + ".partial.jsonl") if out_is_file else None
+    if partial is not None and partial.exists() and not args.resume:
+        raise UsageError(f"{partial} contains the scores of an interrupted run; pass --resume to continue it, or delete it to start over.")
+    if args.resume and partial is None:
+        raise UsageError("--resume needs --out FILE: an interrupted run keeps its finished items next to that file.")
 
-    records = _score_records(items, result, compare=args.compare)
-    summary = {
-        "items": len(items),
-        "scored": int(result.valid.sum()),
-        "skipped": len(result.errors),
-        "truncated": int(result.truncated.sum()),
-        "mean_i0t_s": result.mean_i0t_s,
-        "mean_clip_s": result.mean_clip_s,
-        "signature": result.signature,
-    }
+    try:
+        records = score_items(
+            scorer,
+            items,
+            partial=partial if isinstance(scorer.stats, Statistics) else None,
+            resume=args.resume,
+            on_error="skip" if args.on_error == "skip" else "raise",
+            chunk_size=args.chunk_size,
+        )
+    except ImageLoadError as err:
+        raise ImageLoadError(f"{err} Use --on-error skip to score the other items.") from err
+
+    summary = summarize(records)
+    for record in records:
+        record.pop("signature", None)
+        if not args.compare:
+            record.pop("clip_s", None)
+            record.pop("ref_clip_s", None)
     fmt = args.format or ("csv" if str(args.out).lower().endswith(".csv") else "json")
     text = _format_csv(records) if fmt == "csv" else json.dumps({"summary": summary, "items": records}, indent=1, ensure_ascii=False) + "\n"
     _write_output(args.out, text)
+    if partial is not None and partial.exists():
+        partial.unlink()
 
     if args.compare:
         _print_comparison(records)
     _print_summary(summary)
     return EXIT_OK
-
-
-def _score_records(items: Sequence[Any], result: Any, *, compare: bool) -> list[dict[str, Any]]:
-    records = []
-    for item, record in zip(items, result.to_records(ids=[item.id for item in items])):
-        if not compare:
-            record.pop("clip_s", None)
-            record.pop("ref_clip_s", None)
-        records.append({"id": record.pop("id"), "image": str(item.image), "caption": item.caption, **record})
-    return records
 
 
 def _format_csv(records: list[dict[str, Any]]) -> str:

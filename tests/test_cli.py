@@ -265,3 +265,68 @@ def test_module_entry_point(model_args):
 
     assert completed.returncode == 0
     assert completed.stdout.startswith("i0tscore ")
+
+
+# ---------------------------------------------------------------------- resuming
+
+
+def test_score_resumes_after_interruption(model_args, tmp_path, monkeypatch):
+    from i0tscore.scorer import I0TScore
+
+    reference = tmp_path / "reference.json"
+    run_cli("score", "candidates.jsonl", "--compare", "--chunk-size", "4", "--out", str(reference), *model_args)
+    out = tmp_path / "scores.json"
+    original = I0TScore.score
+    scored_items = []
+
+    def interrupted(self, images, captions, references=None, **kwargs):
+        if len(scored_items) >= 2:
+            raise KeyboardInterrupt()
+        scored_items.append(len(images))
+        return original(self, images, captions, references, **kwargs)
+
+    monkeypatch.setattr(I0TScore, "score", interrupted)
+    completed = run_cli("score", "candidates.jsonl", "--compare", "--chunk-size", "4", "--out", str(out), *model_args)
+    assert completed.returncode == 1
+    assert not out.exists()
+    partial = tmp_path / "scores.json.partial.jsonl"
+    assert len(partial.read_text(encoding="utf-8").splitlines()) == 1 + 8
+
+    counted = []
+    monkeypatch.setattr(I0TScore, "score", lambda self, images, *a, **k: counted.append(len(images)) or original(self, images, *a, **k))
+    completed = run_cli("score", "candidates.jsonl", "--compare", "--chunk-size", "4", "--out", str(out), "--resume", *model_args)
+
+    assert completed.returncode == 0, completed.stderr
+    assert sum(counted) == 8
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(reference.read_text(encoding="utf-8"))
+    assert not partial.exists()
+
+
+def test_score_partial_without_resume_rejected(model_args, tmp_path):
+    out = tmp_path / "scores.json"
+    (tmp_path / "scores.json.partial.jsonl").write_text("{}\n", encoding="utf-8")
+
+    completed = run_cli("score", "captions.json", "--images", "images", "--out", str(out), *model_args)
+
+    assert completed.returncode == 2
+    assert "--resume" in completed.stderr
+
+
+def test_score_resume_other_input_rejected(model_args, tmp_path, monkeypatch):
+    from i0tscore.scorer import I0TScore
+
+    out = tmp_path / "scores.json"
+    original = I0TScore.score
+
+    def interrupted(self, images, *args, **kwargs):
+        result = original(self, images, *args, **kwargs)
+        raise KeyboardInterrupt()
+
+    monkeypatch.setattr(I0TScore, "score", interrupted)
+    run_cli("score", "candidates.jsonl", "--chunk-size", "4", "--out", str(out), *model_args)
+    monkeypatch.setattr(I0TScore, "score", original)
+
+    completed = run_cli("score", "captions.json", "--images", "images", "--out", str(out), "--resume", *model_args)
+
+    assert completed.returncode == 2
+    assert "other items" in completed.stderr
