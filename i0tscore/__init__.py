@@ -11,12 +11,15 @@ Example:
 """
 
 from i0tscore._version import __version__
+from i0tscore.gap import GapMeasures, GapReport, modality_gap
 from i0tscore.result import Contribution, ScoreResult
 from i0tscore.scorer import PRESETS, I0TScore
 from i0tscore.statistics import ModelIdentity, Statistics, StatisticsError
 
 __all__ = [
     "Contribution",
+    "GapMeasures",
+    "GapReport",
     "I0TScore",
     "ModelIdentity",
     "PRESETS",
@@ -24,4 +27,5 @@ __all__ = [
     "Statistics",
     "StatisticsError",
     "__version__",
+    "modality_gap",
 ]

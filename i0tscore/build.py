@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from i0tscore._version import __version__
-from i0tscore.fileio import atomic_write, sha256_bytes
+from i0tscore.fileio import atomic_write
 from i0tscore.images import ImageLoadError, load_rgb
 from i0tscore.inputs import Pair
 from i0tscore.model import ClipEncoder
@@ -27,7 +28,7 @@ CHECKPOINT_EVERY = 20
 
 
 def subsample(pairs: Sequence[Pair], limit: Optional[int], seed: int) -> list[Pair]:
-    """A seeded subset of ``limit`` pairs in corpus order, or all pairs when ``limit`` is None."""
+    """Pick a seeded subset of ``limit`` pairs, kept in corpus order; all pairs when ``limit`` is None."""
     if limit is None or limit >= len(pairs):
         return list(pairs)
     if limit < 1:
@@ -46,7 +47,7 @@ def group_by_image(pairs: Sequence[Pair]) -> list[tuple[Path, list[str]]]:
 
 
 def build_date() -> str:
-    """The build date: SOURCE_DATE_EPOCH when set (reproducible builds), else today, UTC."""
+    """Return the build date (UTC): from SOURCE_DATE_EPOCH when set, for reproducible builds, else today."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
     return moment.date().isoformat()
@@ -171,17 +172,18 @@ def _add_batch(
 def _fingerprint(encoder: ClipEncoder, groups: list[tuple[Path, list[str]]], prefix: str, batch_size: int) -> str:
     # A checkpoint is only valid for the same pairs in the same order, model,
     # prefix, dtype and batch size (batches decide which images share a forward pass).
-    listing = json.dumps(
-        {
-            "groups": [[str(path), captions] for path, captions in groups],
-            "model": [encoder.identity.model_id, encoder.identity.revision, encoder.identity.weights_sha256],
-            "prefix": prefix,
-            "dtype": encoder.dtype_name,
-            "batch_size": batch_size,
-        },
-        sort_keys=True,
-    ).encode()
-    return sha256_bytes(listing)
+    # The digest is fed group by group, so no second copy of the corpus is built.
+    digest = hashlib.sha256()
+    settings = {
+        "model": [encoder.identity.model_id, encoder.identity.revision, encoder.identity.weights_sha256],
+        "prefix": prefix,
+        "dtype": encoder.dtype_name,
+        "batch_size": batch_size,
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for path, captions in groups:
+        digest.update(json.dumps([str(path), captions]).encode())
+    return digest.hexdigest()
 
 
 def _save_checkpoint(

@@ -330,3 +330,53 @@ def test_score_resume_other_input_rejected(model_args, tmp_path, monkeypatch):
 
     assert completed.returncode == 2
     assert "other items" in completed.stderr
+
+
+# ---------------------------------------------------------------------- gap
+
+
+def test_gap_on_real_embeddings_json(real_features, tmp_path):
+    from conftest import REAL_FEATURES
+
+    completed = run_cli("gap", "--embeddings", str(REAL_FEATURES), "--format", "json")
+
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    image, text = real_features
+    expected = np.linalg.norm(image.mean(axis=0) - text.mean(axis=0))
+    assert report["before"]["centroid_distance"] == pytest.approx(expected, rel=1e-6)
+    assert report["before"]["severity"] == "severe"
+    assert report["after"]["severity"] == "low"
+
+
+def test_gap_table_and_plot(tmp_path):
+    from PIL import Image
+
+    from conftest import REAL_FEATURES
+
+    plot = tmp_path / "gap.png"
+    completed = run_cli("gap", "--embeddings", str(REAL_FEATURES), "--split", "--plot", str(plot))
+
+    assert completed.returncode == 0, completed.stderr
+    assert "centroid distance" in completed.stdout
+    with Image.open(plot) as image:
+        assert image.width > image.height
+
+
+def test_gap_encodes_corpus_with_stats(tiny_clip, tiny_stats):
+    completed = run_cli("gap", "--model", str(tiny_clip), "--data", "coco_annotations.json", "--images", "images", "--stats", str(tiny_stats), "--format", "json", "--no-progress")
+
+    assert completed.returncode == 0, completed.stderr
+    report = json.loads(completed.stdout)
+    assert report["means"] == "out-of-sample"
+    assert report["n_pairs"] == 24
+
+
+def test_gap_bad_embeddings_exit_2(tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((3, 4)))
+
+    completed = run_cli("gap", "--embeddings", str(bad))
+
+    assert completed.returncode == 2
+    assert "bad.npy" in completed.stderr
