@@ -245,6 +245,21 @@ def test_wheel_contains_stats(installed_wheel):
     assert "i0tscore/py.typed" in names
 
 
+def test_wheel_contains_every_module(installed_wheel):
+    # A subpackage missing from pyproject's package list installs from a checkout but
+    # not from the wheel; compare against the source tree to catch it.
+    wheel = next((installed_wheel / "dist").glob("i0tscore-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "i0tscore").rglob("*.py"))
+
+    missing = [name for name in sources if name not in names]
+
+    assert sources and not missing, missing
+    modules = [name[:-3].replace("/", ".").removesuffix(".__init__") for name in sources]
+    code = "import importlib\n" + "".join(f"importlib.import_module({m!r})\n" for m in modules) + "print('ok')\n"
+    assert _run_installed(installed_wheel, code).strip() == "ok"
+
+
 def test_shipped_stats_load_from_wheel(installed_wheel):
     code = (
         "import json, numpy as np, i0tscore, i0tscore.statistics as s\n"
@@ -294,7 +309,7 @@ def test_shipped_stats_match_shipped_checkpoint():
 
     checked = 0
     for entry in shipped_entries():
-        folder = REPO / "tests" / "assets" / entry.model_id / "model"
+        folder = REPO / "tests" / "assets" / entry.name / "model"
         if not folder.is_dir():
             continue
         encoder = load_clip(folder, device="cpu")
