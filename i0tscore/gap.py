@@ -13,7 +13,6 @@ Every computation runs in float64 on the CPU.
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -481,8 +480,7 @@ def plot_gap(
         The path written.
 
     Raises:
-        ImportError: if matplotlib is missing.
-        FileNotFoundError: if the folder of ``out`` does not exist.
+        MissingExtraError: if matplotlib is missing (an ImportError).
         ValueError: for invalid embeddings or stats (as `modality_gap`), a
             ``max_pairs`` below 1, or an ``out`` whose suffix is not ``.png``.
     """
@@ -491,7 +489,10 @@ def plot_gap(
         raise ValueError(f"out must be a .png path; got {out}")
     if max_pairs < 1:
         raise ValueError(f"max_pairs must be at least 1; got {max_pairs}")
-    figure_class, canvas_class, line_collection_class = _import_matplotlib()
+    from i0tscore.plots import new_figure, save_png
+
+    figure = new_figure(12, 5.5)
+    from matplotlib.collections import LineCollection
 
     images, texts = _validate_pairs(image_embeds, text_embeds)
     images = l2_normalize(images)
@@ -506,28 +507,14 @@ def plot_gap(
     ]
 
     shown_rows = _subsample_rows(images.shape[0], max_pairs, seed)
-    figure = figure_class(figsize=(12, 5.5), layout="constrained")
-    canvas_class(figure)
     for axes, (title, panel_images, panel_texts) in zip(figure.subplots(1, 2), panels):
         distance = float(centroid_distance(panel_images, panel_texts))
         _draw_panel(
-            axes, line_collection_class, panel_images[shown_rows].numpy(), panel_texts[shown_rows].numpy()
+            axes, LineCollection, panel_images[shown_rows].numpy(), panel_texts[shown_rows].numpy()
         )
         axes.set_title(f"{title}: centroid distance {distance:.3f}")
 
-    _save_png_atomically(figure, out)
-    return out
-
-
-def _import_matplotlib() -> tuple[Any, Any, Any]:
-    """Import matplotlib's Figure, Agg canvas and LineCollection, or explain how to install them."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.collections import LineCollection
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError("plot_gap needs matplotlib: pip install 'i0tscore[plot]'") from error
-    return Figure, FigureCanvasAgg, LineCollection
+    return save_png(figure, out)
 
 
 def _subsample_rows(n_pairs: int, max_pairs: int, seed: int) -> np.ndarray:
@@ -561,16 +548,3 @@ def _draw_panel(axes: Any, line_collection_class: Any, images: np.ndarray, texts
     axes.legend(loc="best")
 
 
-def _save_png_atomically(figure: Any, out: Path) -> None:
-    """Write the figure to a temporary file beside ``out``, then rename it into place.
-
-    Readers of ``out`` therefore never see a half-written PNG.
-    """
-    handle, temporary = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temporary, out)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -82,11 +82,16 @@ class ScoreResult:
         return float(np.nanmean(self.clip_s)) if self.valid.any() else float("nan")
 
     def _require_embeddings(self) -> None:
-        if self.image_embeds is None or self.image_mean is None:
-            raise ValueError("This result holds no embeddings, so it cannot explain its scores.")
+        if self.image_embeds is None:
+            raise ValueError("This result contains no embeddings, so it cannot explain its scores.")
+        if self.image_mean is None:
+            raise ValueError(
+                "Scores from I0T_async layers have no modality means, so they have no per-dimension "
+                "contributions or cosine split. Score with statistics (stats=...) to explain them."
+            )
 
     def standardized_cosine(self) -> np.ndarray:
-        """The cosine x'·y' per item, whatever the preset's weight and clipping."""
+        """Return the cosine x'·y' per item, before the preset's weight and clipping."""
         self._require_embeddings()
         return F.i0t_score(self.image_embeds, self.text_embeds, self.image_mean, self.text_mean).numpy()
 

@@ -1,6 +1,6 @@
 """Modality statistics: the image and text means that I0T-S subtracts.
 
-A statistics file is JSON (never pickle). It holds the mean of L2-normalized
+A statistics file is JSON (never pickle). It contains the mean of L2-normalized
 image embeddings and the mean of L2-normalized text embeddings over a corpus,
 per-dimension standard deviations for diagnostics, and the provenance needed to
 trust it: model id, revision and weights fingerprint, corpus, pair count,
@@ -48,7 +48,7 @@ class StatisticsError(ValueError):
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """What identifies a CLIP checkpoint for matching statistics to it.
+    """Identity of a CLIP checkpoint, used to match statistics to it.
 
     ``model_id`` is the hub id, or the folder name for a local checkpoint.
     ``weights_sha256`` fingerprints the weights file of a local checkpoint, so
@@ -361,7 +361,7 @@ class StatisticsAccumulator:
         norms = np.linalg.norm(array, axis=1, keepdims=True)
         array = array / np.maximum(norms, 1e-12)
 
-        # int64 holds a batch sum of up to 2**23 rows of values in [-2**40, 2**40].
+        # int64 can contain a batch sum of up to 2**23 rows of values in [-2**40, 2**40].
         for start in range(0, array.shape[0], 1 << 22):
             chunk = array[start : start + (1 << 22)]
             batch_sum = np.rint(chunk * _SCALE).astype(np.int64).sum(axis=0)
@@ -485,7 +485,7 @@ def _stats_root():
 
 
 def shipped_entries() -> list[ShippedEntry]:
-    """The statistics files installed with the package, from ``stats/index.json``."""
+    """Read the index of statistics files installed with the package (``stats/index.json``)."""
     index_file = _stats_root().joinpath("index.json")
     if not index_file.is_file():
         return []
@@ -515,7 +515,7 @@ def load_shipped(name: str) -> Statistics:
 
 
 def find_shipped(model: ModelIdentity) -> Optional[ShippedEntry]:
-    """The shipped entry built for ``model``, matched by weights fingerprint or model id."""
+    """Find the shipped entry built for ``model``, matched by weights fingerprint or model id."""
     for entry in shipped_entries():
         shipped = ModelIdentity(entry.model_id, entry.revision, entry.weights_sha256)
         if model.weights_sha256 and entry.weights_sha256:
