@@ -19,7 +19,6 @@ from i0tscore.fileio import sha256_bytes
 from i0tscore.images import ImageLoadError, content_key
 from i0tscore.inputs import Item
 from i0tscore.scorer import I0TScore
-from i0tscore.statistics import Statistics
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +72,7 @@ def score_items(
         ImageLoadError: an unreadable image, with ``on_error="raise"``.
     """
     references_given = items[0].references is not None if items else False
-    if not isinstance(scorer.stats, Statistics):
+    if scorer.uses_corpus_means:
         # Means taken from the scored set need every item at once.
         if resume:
             raise ValueError("--resume needs fixed statistics; with --stats corpus every score depends on the whole set.")
@@ -144,7 +143,7 @@ def _read_partial(path: Union[str, os.PathLike], fingerprint: str) -> dict[int, 
         header = {}
     if header.get("format") != PARTIAL_FORMAT or header.get("fingerprint") != fingerprint:
         raise ValueError(
-            f"{path} holds scores of other items, model, statistics or settings. Delete it to start over, "
+            f"{path} contains scores of other items, model, statistics or settings. Delete it to start over, "
             f"or resume with the original input and options."
         )
     for line in lines[1:]:

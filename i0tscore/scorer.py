@@ -14,10 +14,11 @@ import torch
 
 from i0tscore import functional as F
 from i0tscore._version import __version__
+from i0tscore.asyncnorm import AsyncNorm, async_score
 from i0tscore.images import ImageInput, ImageLoadError, content_key, describe, load_rgb
 from i0tscore.model import DEFAULT_MODEL, ClipEncoder, load_clip
 from i0tscore.result import ScoreResult
-from i0tscore.statistics import CORPUS, DEFAULT_PREFIX, Statistics, resolve_statistics
+from i0tscore.statistics import DEFAULT_PREFIX, Statistics, resolve_statistics
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class I0TScore:
         model: a hub id or a local folder with a CLIP checkpoint (safetensors).
         stats: None, a statistics file path, a shipped name, ``"corpus"``, or a
             :class:`~i0tscore.statistics.Statistics`.
+        layers: instead of statistics, a file of I0T_async normalization
+            layers trained for the model (``i0tscore train-async``). Single
+            pairs are then scored without corpus statistics.
         revision: hub revision of the model.
         device: ``cuda``, ``mps``, ``cpu``, or None for the first available.
         dtype: ``float32`` (default), ``bfloat16``, or ``float16`` on a GPU.
@@ -88,6 +92,7 @@ class I0TScore:
         model: Union[str, "os.PathLike[str]"] = DEFAULT_MODEL,
         *,
         stats: Union[None, str, "os.PathLike[str]", Statistics] = None,
+        layers: Union[None, str, "os.PathLike[str]", AsyncNorm] = None,
         revision: Optional[str] = None,
         device: Union[None, str, torch.device] = None,
         dtype: Union[str, torch.dtype] = "float32",
@@ -103,9 +108,17 @@ class I0TScore:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
 
         self.encoder: ClipEncoder = load_clip(model, revision=revision, device=device, dtype=dtype)
-        self.stats = resolve_statistics(stats, self.encoder.identity)
-        if isinstance(self.stats, Statistics):
-            self.stats.check_model(self.encoder.identity, self.encoder.dim, allow_model_mismatch=allow_model_mismatch)
+        self.layers: Optional[AsyncNorm] = None
+        if layers is not None:
+            if stats is not None:
+                raise ValueError("Pass either stats (I0T_post) or layers (I0T_async), not both.")
+            self.layers = layers if isinstance(layers, AsyncNorm) else AsyncNorm.load(layers)
+            self.layers.check_model(self.encoder.identity, self.encoder.dim, allow_model_mismatch=allow_model_mismatch)
+            self.stats = None
+        else:
+            self.stats = resolve_statistics(stats, self.encoder.identity)
+            if isinstance(self.stats, Statistics):
+                self.stats.check_model(self.encoder.identity, self.encoder.dim, allow_model_mismatch=allow_model_mismatch)
 
         self.prefix = self._choose_prefix(prefix)
         self.preset_name = preset
@@ -114,19 +127,25 @@ class I0TScore:
         self.progress = progress
 
     def _choose_prefix(self, prefix: Optional[str]) -> str:
-        stats_prefix = self.stats.prefix if isinstance(self.stats, Statistics) else DEFAULT_PREFIX
+        trained = self.layers if self.layers is not None else self.stats
+        stats_prefix = trained.prefix if isinstance(trained, (Statistics, AsyncNorm)) else DEFAULT_PREFIX
         if prefix is None:
             return stats_prefix
-        if isinstance(self.stats, Statistics) and prefix != stats_prefix:
+        if isinstance(trained, (Statistics, AsyncNorm)) and prefix != stats_prefix:
             warnings.warn(
                 f"Caption prefix {prefix!r} differs from the prefix {stats_prefix!r} that the statistics "
-                f"{self.stats.source} were built with; the text mean will not match the captions. "
+                f"{trained.source} were built with; the text mean will not match the captions. "
                 f"Build statistics with --prefix {prefix!r}, or leave the prefix unset.",
                 stacklevel=3,
             )
         return prefix
 
     # ------------------------------------------------------------------ public API
+
+    @property
+    def uses_corpus_means(self) -> bool:
+        """True with ``stats="corpus"``: each score then depends on the rest of the scored set."""
+        return self.layers is None and not isinstance(self.stats, Statistics)
 
     @property
     def signature(self) -> str:
@@ -329,7 +348,9 @@ class I0TScore:
         image_rows: np.ndarray,
         caption_rows: np.ndarray,
         valid: np.ndarray,
-    ) -> Statistics:
+    ) -> Optional[Statistics]:
+        if self.layers is not None:
+            return None
         if isinstance(self.stats, Statistics):
             return self.stats
 
@@ -359,7 +380,7 @@ class I0TScore:
         self,
         image_embeds: torch.Tensor,
         text_embeds: torch.Tensor,
-        stats: Statistics,
+        stats: Optional[Statistics],
         *,
         truncated: np.ndarray,
         reference_embeds: Optional[torch.Tensor],
@@ -370,10 +391,13 @@ class I0TScore:
         # encoders, and float64 keeps each item's score independent of the batch.
         x = F.l2_normalize(image_embeds.double())
         y = F.l2_normalize(text_embeds.double())
-        x_mean = torch.from_numpy(stats.image_mean)
-        y_mean = torch.from_numpy(stats.text_mean)
-
-        cosine_std = F.i0t_score(x, y, x_mean, y_mean)
+        x_mean = y_mean = None
+        if self.layers is not None:
+            cosine_std = async_score(self.layers, x, y)
+        else:
+            x_mean = torch.from_numpy(stats.image_mean)
+            y_mean = torch.from_numpy(stats.text_mean)
+            cosine_std = F.i0t_score(x, y, x_mean, y_mean)
         i0t = self._apply_preset(cosine_std)
         clip = F.clip_score(x, y)
 
@@ -383,8 +407,11 @@ class I0TScore:
             best_raw = F.max_reference_cosine(y, refs, reference_owner).clamp_min(0.0)
             ref_clip = F.harmonic_mean(clip, best_raw)
 
-            std_refs = F.standardize(refs, y_mean)
-            best_std = F.max_reference_cosine(F.standardize(y, y_mean), std_refs, reference_owner)
+            if self.layers is not None:
+                std_refs, std_y = self.layers.transform_text(refs), self.layers.transform_text(y)
+            else:
+                std_refs, std_y = F.standardize(refs, y_mean), F.standardize(y, y_mean)
+            best_std = F.max_reference_cosine(std_y, std_refs, reference_owner)
             # The harmonic mean needs non-negative terms, so both are clipped at 0 here.
             ref_i0t = F.harmonic_mean(i0t.clamp_min(0.0), best_std.clamp_min(0.0))
 
@@ -416,7 +443,9 @@ class I0TScore:
     def _signature(self, stats: Optional[Statistics]) -> str:
         identity = self.encoder.identity
         revision = identity.revision or (f"sha256:{identity.weights_sha256[:12]}" if identity.weights_sha256 else "unknown")
-        if stats is None:
+        if self.layers is not None:
+            stats_part = f"async:{self.layers.checksum[:12]}"
+        elif stats is None:
             stats_part = "corpus"
         elif stats.corpus == "scored set":
             stats_part = f"corpus:{stats.checksum[:12]}"
