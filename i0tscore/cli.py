@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--annotations", help="COCO annotations file mapping image ids to file names")
     score.add_argument("--references", help="references: JSON {id: [captions]} or COCO annotations; adds RefCLIP-S and Ref-I0T-S")
     score.add_argument("--stats", default=None, help="statistics file, shipped name, or 'corpus' (default: the statistics shipped for the model)")
-    score.add_argument("--allow-model-mismatch", action="store_true", help="use statistics built for another model")
+    score.add_argument("--layers", default=None, help="I0T_async normalization layers (from 'i0tscore train-async') to use instead of statistics")
+    score.add_argument("--allow-model-mismatch", action="store_true", help="use statistics or layers built for another model")
     score.add_argument("--preset", default="default", choices=["default", "paper"], help="default: I0T-S = x'.y'; paper: 2 * max(x'.y', 0) (default: %(default)s)")
     score.add_argument("--prefix", default=None, help="caption prefix (default: the statistics' prefix, 'A photo depicts ')")
     score.add_argument("--out", default="-", help="output file, .json or .csv; '-' for stdout (default)")
@@ -106,6 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
     gap.add_argument("--out", default="-", help="output file; '-' for stdout (default)")
     gap.add_argument("--plot", default=None, help="write a PCA scatter of both modalities, before and after, to this PNG")
     _add_model_options(gap)
+
+    from i0tscore.asyncnorm_train import add_train_async_parser
+    from i0tscore.explain import add_explain_parser
+    from i0tscore.report import add_report_parser
+
+    add_explain_parser(commands)
+    add_report_parser(commands)
+    add_train_async_parser(commands)
     return parser
 
 
@@ -117,7 +126,6 @@ def run_score(args: argparse.Namespace) -> int:
     from i0tscore.inputs import read_candidates
     from i0tscore.runner import score_items, summarize
     from i0tscore.scorer import I0TScore
-    from i0tscore.statistics import Statistics
 
     items = read_candidates(args.candidates, images=args.images, annotations=args.annotations, references=args.references)
     has_refs = [item.references is not None for item in items]
@@ -128,6 +136,7 @@ def run_score(args: argparse.Namespace) -> int:
     scorer = I0TScore(
         args.model,
         stats=args.stats,
+        layers=args.layers,
         revision=args.revision,
         device=args.device,
         dtype=args.dtype,
@@ -148,7 +157,7 @@ def run_score(args: argparse.Namespace) -> int:
         records = score_items(
             scorer,
             items,
-            partial=partial if isinstance(scorer.stats, Statistics) else None,
+            partial=None if scorer.uses_corpus_means else partial,
             resume=args.resume,
             on_error="skip" if args.on_error == "skip" else "raise",
             chunk_size=args.chunk_size,
@@ -247,7 +256,7 @@ def _stats_build(args: argparse.Namespace) -> int:
     encoder = load_clip(args.model, revision=args.revision, device=args.device, dtype=args.dtype)
     checkpoint = out.with_name(out.name + ".partial.json")
     if checkpoint.exists() and not args.resume:
-        raise UsageError(f"{checkpoint} holds the running sums of an interrupted build; pass --resume to continue it, or delete it to start over.")
+        raise UsageError(f"{checkpoint} contains the running sums of an interrupted build; pass --resume to continue it, or delete it to start over.")
 
     extra: dict[str, Any] = {"limit": args.limit, "seed": args.seed if args.limit is not None else None}
     if shard is not None:
@@ -384,11 +393,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="i0tscore: %(levelname)s: %(message)s")
 
+    from i0tscore.explain import run_explain
     from i0tscore.images import ImageLoadError
     from i0tscore.model import ModelLoadError
+    from i0tscore.plots import MissingExtraError
+    from i0tscore.asyncnorm_train import run_train_async
+    from i0tscore.report import run_report
     from i0tscore.statistics import StatisticsError
 
-    commands = {"score": run_score, "stats": run_stats, "gap": run_gap}
+    commands = {"score": run_score, "stats": run_stats, "gap": run_gap, "explain": run_explain, "report": run_report, "train-async": run_train_async}
     try:
         # catch_warnings restores the caller's filters and showwarning afterwards.
         with warnings.catch_warnings():
@@ -396,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             warnings.showwarning = _show_warning
             _quiet_transformers()
             return commands[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError, ImageLoadError, StatisticsError, ModelLoadError) as err:
+    except (UsageError, ValueError, MissingExtraError, FileNotFoundError, ImageLoadError, StatisticsError, ModelLoadError) as err:
         print(f"i0tscore: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

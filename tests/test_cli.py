@@ -319,7 +319,7 @@ def test_score_resume_other_input_rejected(model_args, tmp_path, monkeypatch):
     original = I0TScore.score
 
     def interrupted(self, images, *args, **kwargs):
-        result = original(self, images, *args, **kwargs)
+        original(self, images, *args, **kwargs)
         raise KeyboardInterrupt()
 
     monkeypatch.setattr(I0TScore, "score", interrupted)
