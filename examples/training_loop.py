@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from i0tscore.cache import EmbeddingCache
 from i0tscore.integrations.torchmetrics import I0TScoreMetric
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -67,7 +68,9 @@ def main() -> None:
     # One row of logits per image over the whole caption pool; random at first.
     logits = torch.nn.Parameter(torch.randn(len(images), len(captions)))
     optimizer = torch.optim.SGD([logits], lr=0.5)
-    metric = I0TScoreMetric(args.model, stats=args.stats, device=args.device, progress=False)
+    # The same validation images come back every epoch: an in-memory cache encodes
+    # each of them once, in the first epoch.
+    metric = I0TScoreMetric(args.model, stats=args.stats, device=args.device, progress=False, cache=EmbeddingCache())
 
     print(f"{'epoch':>5}  {'loss':>7}  {'correct':>7}  {'I0T-S':>7}  {'CLIP-S':>7}")
     for epoch in range(1, args.epochs + 1):

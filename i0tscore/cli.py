@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--compare", action="store_true", help="add CLIP-S columns to the output and print both scores side by side")
     score.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="on an unreadable image: stop with exit code 2 (fail) or write the item with an error (skip)")
     score.add_argument("--resume", action="store_true", help="continue an interrupted run from OUT.partial.jsonl instead of starting over")
+    score.add_argument("--cache", default=None, metavar="DIR", help="keep image embeddings in DIR and reuse them in later runs (keyed by image content, model and preprocessing)")
     score.add_argument("--chunk-size", type=int, default=1024, help="items scored between two saves of finished work to OUT.partial.jsonl (default: %(default)s)")
     _add_model_options(score)
 
@@ -145,6 +146,7 @@ def run_score(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         progress=False if args.no_progress else None,
         allow_model_mismatch=args.allow_model_mismatch,
+        cache=args.cache,
     )
     out_is_file = args.out != "-"
     partial = Path(args.out + ".partial.jsonl") if out_is_file else None

@@ -15,6 +15,7 @@ import torch
 from i0tscore import functional as F
 from i0tscore._version import __version__
 from i0tscore.asyncnorm import AsyncNorm, async_score
+from i0tscore.cache import CacheLike, EmbeddingCache, resolve_cache
 from i0tscore.images import ImageInput, ImageLoadError, content_key, describe, load_rgb
 from i0tscore.model import DEFAULT_MODEL, ClipEncoder, load_clip
 from i0tscore.result import ScoreResult
@@ -69,6 +70,12 @@ class I0TScore:
         progress: show a progress bar; None shows one when stderr is a terminal
             and there are more than ``batch_size`` inputs to encode.
         allow_model_mismatch: accept statistics built for another model.
+        cache: keep image embeddings between calls: a folder (kept on disk
+            and in memory), an :class:`~i0tscore.cache.EmbeddingCache`, or
+            None (no cache). Entries are keyed by image content, model,
+            weights, dtype and preprocessing, so a changed file or model
+            never gets a stale embedding. Evaluation loops that score the same
+            validation images every epoch then encode each image once.
 
     Raises:
         StatisticsError: no statistics for this model, or statistics for
@@ -101,6 +108,7 @@ class I0TScore:
         batch_size: int = 64,
         progress: Optional[bool] = None,
         allow_model_mismatch: bool = False,
+        cache: CacheLike = None,
     ) -> None:
         if preset not in PRESETS:
             raise ValueError(f"Unknown preset {preset!r}; expected one of {', '.join(PRESETS)}.")
@@ -125,6 +133,9 @@ class I0TScore:
         self.preset = PRESETS[preset]
         self.batch_size = batch_size
         self.progress = progress
+        self.cache: Optional[EmbeddingCache] = resolve_cache(cache)
+        if self.cache is not None:
+            EmbeddingCache.check_encoder(self.encoder)
 
     def _choose_prefix(self, prefix: Optional[str]) -> str:
         trained = self.layers if self.layers is not None else self.stats
@@ -287,6 +298,13 @@ class I0TScore:
     # ------------------------------------------------------------------ encoding
 
     def _encode_images(self, images: list[ImageInput], on_error: str, bar: Any) -> tuple[torch.Tensor, dict[int, str]]:
+        if self.cache is None:
+            return self._encode_uncached(images, on_error, bar)
+        return self.cache.encode_images(
+            images, self.encoder, lambda misses: self._encode_uncached(misses, on_error, bar), progress=bar
+        )
+
+    def _encode_uncached(self, images: list[ImageInput], on_error: str, bar: Any) -> tuple[torch.Tensor, dict[int, str]]:
         embeds = torch.zeros((len(images), self.encoder.dim), dtype=torch.float32)
         failures: dict[int, str] = {}
         for start in range(0, len(images), self.batch_size):

@@ -31,31 +31,9 @@ CACHE_SOURCE = Path(__file__).resolve().parents[1] / "i0tscore" / "cache.py"
 KEY = "ab" * 32
 
 
-class CachedScorer(I0TScore):
-    """``I0TScore`` with the proposed ``cache=`` keyword, until the scorer has it.
-
-    ``_encode_images`` here is what the proposed scorer change does: hits come
-    from the cache and only the misses reach the original encoding loop.
-    """
-
-    def __init__(self, *args, cache=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.cache = resolve_cache(cache)
-        if self.cache is not None:
-            EmbeddingCache.check_encoder(self.encoder)
-
-    def _encode_images(self, images, on_error, bar):
-        encode_uncached = super()._encode_images
-        if self.cache is None:
-            return encode_uncached(images, on_error, bar)
-        return self.cache.encode_images(
-            images, self.encoder, lambda misses: encode_uncached(misses, on_error, bar), progress=bar
-        )
-
-
 @pytest.fixture(scope="module")
 def scorer(tiny_clip, tiny_stats):
-    return CachedScorer(tiny_clip, stats=tiny_stats, device="cpu", progress=False, batch_size=4)
+    return I0TScore(tiny_clip, stats=tiny_stats, device="cpu", progress=False, batch_size=4)
 
 
 @pytest.fixture
@@ -517,3 +495,22 @@ def test_changed_file_bytes_miss(scorer, count_encoded, tmp_path, example_images
     scorer.score([path], ["a caption"])
     assert count_encoded["rows"] == 2
     assert scorer.cache.stats.misses == 2
+
+
+def test_scorer_takes_cache_folder(tiny_clip, tiny_stats, example_images, tmp_path):
+    # Two scorers built with the same folder: the second reads what the first wrote.
+    paths = [str(p) for p in example_images[:3]]
+    captions = ["a photo"] * len(paths)
+    first = I0TScore(tiny_clip, stats=tiny_stats, device="cpu", progress=False, cache=tmp_path / "cache")
+    expected = first.score(paths, captions)
+    second = I0TScore(tiny_clip, stats=tiny_stats, device="cpu", progress=False, cache=str(tmp_path / "cache"))
+
+    result = second.score(paths, captions)
+
+    assert second.cache.stats.disk_hits == len(paths)
+    assert np.array_equal(result.i0t_s, expected.i0t_s)
+
+
+def test_scorer_rejects_cache_of_wrong_type(tiny_clip, tiny_stats):
+    with pytest.raises(TypeError, match="cache must be None, an EmbeddingCache or a folder path"):
+        I0TScore(tiny_clip, stats=tiny_stats, device="cpu", cache=3)

@@ -116,6 +116,27 @@ def test_score_output_deterministic(model_args, tmp_path):
     assert first.read_bytes() == second.read_bytes()
 
 
+def test_score_cache_reused_across_runs(model_args, tmp_path):
+    cache = tmp_path / "cache"
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+
+    run_cli("score", "captions.json", "--images", "images", "--out", str(first), "--cache", str(cache), *model_args)
+    entries = sorted(p.name for p in cache.rglob("*.emb"))
+    # A second run must take every image from disk: make the model's image encoder fail if it is reached.
+    from i0tscore import model as model_module
+
+    original = model_module.ClipEncoder.encode_pixels
+    model_module.ClipEncoder.encode_pixels = lambda self, pixels: (_ for _ in ()).throw(AssertionError("image encoded again"))
+    try:
+        completed = run_cli("score", "captions.json", "--images", "images", "--out", str(second), "--cache", str(cache), *model_args)
+    finally:
+        model_module.ClipEncoder.encode_pixels = original
+
+    assert completed.returncode == 0, completed.stderr
+    assert len(entries) == len(list((EXAMPLES / "images").iterdir()))
+    assert first.read_bytes() == second.read_bytes()
+
+
 def test_missing_image_fails_with_exit_2(model_args, tmp_path):
     lines = [{"image": str(EXAMPLES / "images" / "cat.png"), "caption": "a cat"}, {"image": str(tmp_path / "gone.jpg"), "caption": "nothing"}]
     candidates = tmp_path / "candidates.jsonl"
