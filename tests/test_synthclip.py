@@ -148,3 +148,56 @@ def test_readme_table_matches_metrics_json():
         standardized = metrics["standardized"]["one_attribute_accuracy_by_attribute"][attribute]
         expected = f"| ... {attribute} | {value:.3f} | {standardized:.3f} |"
         assert expected in readme, expected
+
+
+@pytest.fixture(scope="module")
+def async_layers(tmp_path_factory):
+    """I0T_async layers trained on the checkpoint with the command a user runs."""
+    from i0tscore.cli import main
+
+    folder = tmp_path_factory.mktemp("async")
+    split = scenes.make_split("train", 512, seed=0)
+    lines = []
+    for index, (image, text) in enumerate(zip(split.images, split.captions)):
+        image.save(folder / f"train-{index:04d}.png")
+        lines.append(json.dumps({"image": f"train-{index:04d}.png", "caption": text}))
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = folder / "layers.safetensors"
+    weights = (ASSET / "model" / "model.safetensors").read_bytes()
+    code = main([
+        "train-async", "--model", str(ASSET / "model"), "--data", str(folder / "train.jsonl"), "--out", str(out),
+        "--epochs", "4", "--batch-size", "64", "--lr", "1e-3", "--warmup-steps", "4", "--device", "cpu", "--no-progress",
+    ])
+    assert code in (0, None)
+    assert (ASSET / "model" / "model.safetensors").read_bytes() == weights
+    return out
+
+
+def test_async_layers_close_the_gap_on_heldout_scenes(async_layers, heldout):
+    from i0tscore.asyncnorm import AsyncNorm, centroid_distance
+
+    split, paths = heldout
+    scorer = I0TScore(str(ASSET / "model"), layers=async_layers, device="cpu", progress=False)
+    images = scorer.encode_images(paths).double()
+    texts = scorer.encode_texts(split.captions)[0].double()
+    layers = AsyncNorm.load(async_layers)
+
+    before = centroid_distance(images, texts)
+    after = centroid_distance(layers.transform_image(images), layers.transform_text(texts))
+
+    assert before >= 0.3
+    assert after < 0.5 * before, (before, after)
+
+
+def test_async_layers_keep_the_ranking(async_layers, heldout):
+    # Single pairs scored with the layers, no statistics: the right caption still wins.
+    split, paths = heldout
+    scorer = I0TScore(str(ASSET / "model"), layers=async_layers, device="cpu", progress=False)
+    wins = []
+    for index in range(60):
+        other = scenes.corrupt(split.scenes[index], 1, np.random.default_rng([8, index]), attributes=list(LEARNED))
+        wrong = scenes.caption(other, np.random.default_rng(split.caption_seeds[index]))
+        right_score = scorer.score([paths[index]], [split.captions[index]]).i0t_s[0]
+        wrong_score = scorer.score([paths[index]], [wrong]).i0t_s[0]
+        wins.append(right_score > wrong_score)
+    assert np.mean(wins) >= 0.9, np.mean(wins)
