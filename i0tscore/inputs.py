@@ -344,6 +344,9 @@ def _attach_references(items: list[Item], refs: dict[str, list[str]], source: Pa
 class Pair:
     """One image–caption pair of a corpus."""
 
+    # Slots keep a 100k-pair corpus listing small: no per-pair __dict__.
+    __slots__ = ("image", "caption")
+
     image: Path
     caption: str
 
@@ -357,6 +360,7 @@ def read_corpus(path: PathLike, *, images: Optional[PathLike] = None) -> list[Pa
     """
     path = Path(path)
     base = Path(images) if images is not None else path.parent
+    resolve = _PathResolver(base)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         pairs = []
@@ -365,10 +369,10 @@ def read_corpus(path: PathLike, *, images: Optional[PathLike] = None) -> list[Pa
             for key in ("image", "caption"):
                 if key not in entry:
                     raise InputFormatError(f"{where}: missing key {key!r}; each line needs 'image' and 'caption'.")
-            pairs.append(Pair(_resolve(base, _string(entry["image"], where)), _string(entry["caption"], where)))
+            pairs.append(Pair(resolve(_string(entry["image"], where)), _string(entry["caption"], where)))
         return pairs
     if suffix == ".csv":
-        return _read_csv_corpus(path, base)
+        return _read_csv_corpus(path, resolve)
     if suffix == ".json":
         data = read_json(path)
         file_names = _coco_image_files(data, path)
@@ -376,12 +380,12 @@ def read_corpus(path: PathLike, *, images: Optional[PathLike] = None) -> list[Pa
         for image_id, captions in _coco_captions(data, path).items():
             if image_id not in file_names:
                 raise InputFormatError(f"{path}: annotation for image_id {image_id} has no entry in 'images'.")
-            pairs.extend(Pair(_resolve(base, file_names[image_id]), caption) for caption in captions)
+            pairs.extend(Pair(resolve(file_names[image_id]), caption) for caption in captions)
         return pairs
     raise InputFormatError(f"{path}: unknown corpus format {suffix!r}; expected .json (COCO captions), .jsonl or .csv.")
 
 
-def _read_csv_corpus(path: Path, base: Path) -> list[Pair]:
+def _read_csv_corpus(path: Path, resolve: "_PathResolver") -> list[Pair]:
     if not path.is_file():
         raise FileNotFoundError(f"Input file not found: {path}.")
     try:
@@ -399,12 +403,30 @@ def _read_csv_corpus(path: Path, base: Path) -> list[Pair]:
                 # line_num counts physical lines, so quoted captions spanning lines are accounted for.
                 if not row["image"] or row["caption"] is None:
                     raise InputFormatError(f"{path}, line {reader.line_num}: empty 'image' or missing 'caption'.")
-                pairs.append(Pair(_resolve(base, row["image"]), row["caption"]))
+                pairs.append(Pair(resolve(row["image"]), row["caption"]))
             return pairs
     except UnicodeDecodeError as err:
         raise InputFormatError(f"{path}: not UTF-8 text ({err}). Save the file as UTF-8.") from err
     except csv.Error as err:
         raise InputFormatError(f"{path}: invalid CSV: {err}.") from err
+
+
+class _PathResolver:
+    """Resolve image names against a folder, sharing one Path object per distinct name.
+
+    Corpora list each image once per caption (5 times in COCO), so sharing the
+    Path objects keeps the listing of a large corpus several times smaller.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self._paths: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        path = self._paths.get(name)
+        if path is None:
+            path = self._paths[name] = _resolve(self.base, name)
+        return path
 
 
 def _resolve(base: Path, name: str) -> Path:

@@ -100,7 +100,7 @@ def test_right_caption_outranks_one_wrong_attribute(one_attribute_changed, score
 
 
 def test_position_is_not_learned(one_attribute_changed):
-    # The README says the checkpoint does not learn position. If a retrained checkpoint
+    # The asset README states that the checkpoint does not learn position. If a retrained checkpoint
     # does, this test fails so that the README, LEARNED and the tests above get updated.
     good, bad, changed, _, _ = one_attribute_changed
     wins = np.asarray(good.i0t_s) > np.asarray(bad.i0t_s)
