@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +22,8 @@ from i0tscore.statistics import load_shipped
 
 ASSET = Path(__file__).resolve().parent / "assets" / "synthclip"
 N_SCENES = 150
-LEARNED = ("colour", "shape", "size", "count", "background")
-"""Attributes the checkpoint learned; its README shows position at chance (about 53%)."""
+WELL_LEARNED = ("colour", "shape", "size", "count", "background")
+"""Attributes whose change the checkpoint detects in 99% or more of held-out cases; position is weaker (about 70%)."""
 
 
 def _load_scenes():
@@ -68,10 +67,11 @@ def one_attribute_changed(scorer, heldout):
             # The caption seed repeats the template and synonyms: only the changed words differ.
             wrong.append(scenes.caption(other, np.random.default_rng(split.caption_seeds[index])))
             changed.append(attribute)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # truncation warnings do not apply: captions are short
-        good = scorer.score(images, right)
-        bad = scorer.score(images, wrong)
+    good = scorer.score(images, right)
+    bad = scorer.score(images, wrong)
+    # With the prefix the longest caption has 30 of the model's 32 tokens. A truncated
+    # caption could lose the changed attribute and make the comparison meaningless.
+    assert not good.truncated.any() and not bad.truncated.any()
     return good, bad, np.array(changed), right, wrong
 
 
@@ -92,19 +92,12 @@ def test_changed_words_are_the_only_difference(one_attribute_changed):
 def test_right_caption_outranks_one_wrong_attribute(one_attribute_changed, score):
     good, bad, changed, _, _ = one_attribute_changed
     wins = np.asarray(getattr(good, score)) > np.asarray(getattr(bad, score))
-    learned = np.isin(changed, LEARNED)
 
-    assert wins[learned].mean() >= 0.90, wins[learned].mean()
-    for attribute in LEARNED:
-        assert wins[changed == attribute].mean() >= 0.85, (attribute, wins[changed == attribute].mean())
-
-
-def test_position_is_not_learned(one_attribute_changed):
-    # The asset README states that the checkpoint does not learn position. If a retrained checkpoint
-    # does, this test fails so that the README, LEARNED and the tests above get updated.
-    good, bad, changed, _, _ = one_attribute_changed
-    wins = np.asarray(good.i0t_s) > np.asarray(bad.i0t_s)
-    assert wins[changed == "position"].mean() < 0.75
+    assert wins.mean() >= 0.90, wins.mean()
+    for attribute in WELL_LEARNED:
+        assert wins[changed == attribute].mean() >= 0.9, (attribute, wins[changed == attribute].mean())
+    # Position is the weak attribute, but still well above the 50% of a coin flip.
+    assert wins[changed == "position"].mean() >= 0.55, wins[changed == "position"].mean()
 
 
 def test_i0t_and_clip_s_agree_on_order(one_attribute_changed):
@@ -195,7 +188,7 @@ def test_async_layers_keep_the_ranking(async_layers, heldout):
     scorer = I0TScore(str(ASSET / "model"), layers=async_layers, device="cpu", progress=False)
     wins = []
     for index in range(60):
-        other = scenes.corrupt(split.scenes[index], 1, np.random.default_rng([8, index]), attributes=list(LEARNED))
+        other = scenes.corrupt(split.scenes[index], 1, np.random.default_rng([8, index]), attributes=list(WELL_LEARNED))
         wrong = scenes.caption(other, np.random.default_rng(split.caption_seeds[index]))
         right_score = scorer.score([paths[index]], [split.captions[index]]).i0t_s[0]
         wrong_score = scorer.score([paths[index]], [wrong]).i0t_s[0]

@@ -11,8 +11,9 @@ writes the held-out metrics to `metrics.json` next to this file (or to `--metric
 
 `--evaluate-only DIR` skips training and recomputes the metrics of a saved folder.
 
-NOTE: with the default settings the model does not learn the position attribute. A
-caption with the wrong quadrant scores lower only about half of the time (see README.md).
+NOTE: position is the attribute the model learns least well. A caption with the wrong
+quadrant scores lower in about 70% of held-out cases, against 99% or more for the other
+attributes (see README.md).
 """
 
 from __future__ import annotations
@@ -58,12 +59,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--metrics", type=Path, default=ASSET_DIR / "metrics.json", help="output path of the metrics JSON")
     parser.add_argument("--evaluate-only", type=Path, metavar="DIR", help="measure the checkpoint in DIR instead of training")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train split, initialisation and batch order")
-    parser.add_argument("--epochs", type=int, default=6, help="passes over the train split")
+    parser.add_argument("--epochs", type=int, default=8, help="passes over the train split")
     parser.add_argument("--train-size", type=int, default=16384, help="number of training scenes")
     parser.add_argument("--batch-size", type=int, default=128, help="scenes per optimizer step")
     parser.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate")
     parser.add_argument(
-        "--temperature", type=float, default=0.01, help="fixed softmax temperature of the contrastive loss"
+        "--temperature", type=float, default=0.005, help="fixed softmax temperature of the contrastive loss"
     )
     parser.add_argument("--heldout-size", type=int, default=500, help="held-out scenes used for the metrics")
     parser.add_argument(
