@@ -19,12 +19,13 @@ Measured, interleaved round by round:
 * ``floor``: only the two encoders' forward passes, on unique inputs that were
   decoded, preprocessed and tokenized beforehand (captions sorted by length).
 
-Also reported: the time of standardization plus per-dimension contributions on
-the 1,000 embeddings (``score_embeddings`` and ``contributions``) as a share of
-``i0tscore``'s total, the mean cosine of the pairs from each implementation (they
-must agree), and the peak memory that one run adds above what the set-up left in
-use, measured in a fresh process per implementation (peak RSS on CPU, reset
-through ``/proc/self/clear_refs``; ``torch.cuda.max_memory_allocated`` on CUDA).
+Also reported is the time of standardization plus per-dimension contributions on
+the 1,000 embeddings (``score_embeddings`` and ``contributions``), as a share of
+``i0tscore``'s total. Each implementation's mean cosine of the pairs is reported
+too, and they must agree. Peak memory is what one run adds above what the set-up
+left in use, measured in a fresh process per implementation. On CPU that is the
+peak RSS, reset through ``/proc/self/clear_refs``, and on CUDA it is
+``torch.cuda.max_memory_allocated``.
 
 Usage:
     python benchmarks/speed.py --work /tmp/speed-bench --rounds 3

@@ -71,7 +71,8 @@ def one_attribute_changed(scorer, heldout):
     bad = scorer.score(images, wrong)
     # With the prefix the longest caption has 30 of the model's 32 tokens. A truncated
     # caption could lose the changed attribute and make the comparison meaningless.
-    assert not good.truncated.any() and not bad.truncated.any()
+    assert not good.truncated.any()
+    assert not bad.truncated.any()
     return good, bad, np.array(changed), right, wrong
 
 
