@@ -18,6 +18,7 @@ from i0tscore.fileio import atomic_write
 from i0tscore.images import ImageLoadError, load_rgb
 from i0tscore.inputs import Pair
 from i0tscore.model import ClipEncoder
+from i0tscore.prefetch import prefetch
 from i0tscore.statistics import DEFAULT_PREFIX, Statistics, StatisticsAccumulator
 
 logger = logging.getLogger(__name__)
@@ -117,10 +118,13 @@ def build_statistics(
     total_pairs = sum(len(captions) for _, captions in groups)
     enabled = sys.stderr.isatty() if progress is None else progress
     with tqdm(total=total_pairs, initial=done_pairs, disable=not enabled, unit="pair", desc="stats build") as bar:
-        for batch_number, start in enumerate(range(done_groups, len(groups), batch_size), start=1):
+        starts = range(done_groups, len(groups), batch_size)
+        loaded = prefetch(starts, lambda start: _load_batch(encoder, groups[start : start + batch_size], prefix, on_error))
+        for batch_number, (start, (pixels, captions, batch_skipped)) in enumerate(loaded, start=1):
+            _add_batch(encoder, accumulator, pixels, captions, batch_size)
+            skipped.extend(batch_skipped)
             batch = groups[start : start + batch_size]
-            skipped.extend(_add_batch(encoder, accumulator, batch, prefix, batch_size, on_error))
-            bar.update(sum(len(captions) for _, captions in batch))
+            bar.update(sum(len(texts) for _, texts in batch))
             if checkpoint is not None and batch_number % checkpoint_every == 0:
                 _save_checkpoint(checkpoint, fingerprint, accumulator, start + len(batch), skipped)
 
@@ -140,14 +144,10 @@ def build_statistics(
     return stats
 
 
-def _add_batch(
-    encoder: ClipEncoder,
-    accumulator: StatisticsAccumulator,
-    batch: list[tuple[Path, list[str]]],
-    prefix: str,
-    batch_size: int,
-    on_error: str,
-) -> list[str]:
+def _load_batch(
+    encoder: ClipEncoder, batch: list[tuple[Path, list[str]]], prefix: str, on_error: str
+) -> tuple[Optional[Any], list[str], list[str]]:
+    """Decode and preprocess one batch of images: (pixels or None, captions with prefix, skipped paths)."""
     images, captions, skipped = [], [], []
     for path, texts in batch:
         try:
@@ -159,14 +159,19 @@ def _add_batch(
             skipped.append(str(path))
             continue
         captions.extend(prefix + text for text in texts)
+    pixels = encoder.preprocess(images) if images else None
+    return pixels, captions, skipped
 
-    if images:
-        accumulator.add_images(encoder.encode_pixels(encoder.preprocess(images)).numpy())
+
+def _add_batch(
+    encoder: ClipEncoder, accumulator: StatisticsAccumulator, pixels: Optional[Any], captions: list[str], batch_size: int
+) -> None:
+    if pixels is not None:
+        accumulator.add_images(encoder.encode_pixels(pixels).numpy())
     for start in range(0, len(captions), batch_size):
         input_ids, attention_mask, _ = encoder.tokenize(captions[start : start + batch_size])
         accumulator.add_texts(encoder.encode_texts(input_ids, attention_mask).numpy())
     accumulator.num_pairs += len(captions)
-    return skipped
 
 
 def _fingerprint(encoder: ClipEncoder, groups: list[tuple[Path, list[str]]], prefix: str, batch_size: int) -> str:

@@ -18,6 +18,7 @@ from i0tscore.asyncnorm import AsyncNorm, async_score
 from i0tscore.cache import CacheLike, EmbeddingCache, resolve_cache
 from i0tscore.images import ImageInput, ImageLoadError, content_key, describe, load_rgb
 from i0tscore.model import DEFAULT_MODEL, ClipEncoder, load_clip
+from i0tscore.prefetch import prefetch
 from i0tscore.result import ScoreResult
 from i0tscore.statistics import DEFAULT_PREFIX, Statistics, resolve_statistics
 
@@ -307,9 +308,10 @@ class I0TScore:
     def _encode_uncached(self, images: list[ImageInput], on_error: str, bar: Any) -> tuple[torch.Tensor, dict[int, str]]:
         embeds = torch.zeros((len(images), self.encoder.dim), dtype=torch.float32)
         failures: dict[int, str] = {}
-        for start in range(0, len(images), self.batch_size):
-            batch_rows, batch_images = [], []
-            for row in range(start, min(start + self.batch_size, len(images))):
+
+        def load(rows: range) -> tuple[list[int], Optional[torch.Tensor], dict[int, str]]:
+            batch_rows, batch_images, batch_failures = [], [], {}
+            for row in rows:
                 try:
                     batch_images.append(load_rgb(images[row]))
                     batch_rows.append(row)
@@ -317,11 +319,17 @@ class I0TScore:
                     if on_error == "raise":
                         raise
                     logger.warning("Skipping image %s: %s", describe(images[row]), err)
-                    failures[row] = str(err)
-            if batch_images:
-                pixels = self.encoder.preprocess(batch_images)
+                    batch_failures[row] = str(err)
+            pixels = self.encoder.preprocess(batch_images) if batch_images else None
+            return batch_rows, pixels, batch_failures
+
+        starts = range(0, len(images), self.batch_size)
+        batches = (range(start, min(start + self.batch_size, len(images))) for start in starts)
+        for rows, (batch_rows, pixels, batch_failures) in prefetch(batches, load):
+            failures.update(batch_failures)
+            if pixels is not None:
                 embeds[batch_rows] = self.encoder.encode_pixels(pixels)
-            bar.update(min(self.batch_size, len(images) - start))
+            bar.update(len(rows))
         return embeds, failures
 
     def _encode_texts(self, texts: list[str], bar: Any) -> tuple[torch.Tensor, list[bool]]:

@@ -791,6 +791,30 @@ def test_raise_missing_image(scorer, photos, tmp_path):
         scorer.score([photos["cat"], missing], ["a tabby cat", "an espresso cup"], on_error="raise")
 
 
+def test_skip_across_loaded_ahead_batches(make_scorer, photos, tmp_path):
+    # Batches of 2: the second batch fails whole and the third in part, while
+    # the batch after each is already loading.
+    missing_paths = [tmp_path / f"gone-{n}.jpg" for n in range(3)]
+    images = [photos["cat"], photos["rocket"], *missing_paths, photos["coffee"], photos["cat"]]
+    captions = ["a tabby cat", "a rocket at dusk", "x", "y", "z", "an espresso cup", "a cat"]
+    readable_rows = [0, 1, 5, 6]
+    expected = make_scorer(batch_size=64).score([images[i] for i in readable_rows], [captions[i] for i in readable_rows])
+
+    result = make_scorer(batch_size=2).score(images, captions, on_error="skip")
+
+    assert sorted(result.errors) == [2, 3, 4]
+    for row, path in zip([2, 3, 4], missing_paths):
+        assert path.name in result.errors[row]
+    np.testing.assert_allclose(result.clip_s[readable_rows], expected.clip_s, rtol=0, atol=1e-6)
+
+
+def test_raise_from_a_later_batch(make_scorer, photos, tmp_path):
+    missing = tmp_path / "late-missing.jpg"
+    images = [photos["cat"], photos["rocket"], photos["coffee"], missing]
+    with pytest.raises(ImageLoadError, match="late-missing.jpg"):
+        make_scorer(batch_size=1).score(images, ["a", "b", "c", "d"], on_error="raise")
+
+
 # --- Model loading errors ---------------------------------------------------------------
 
 
