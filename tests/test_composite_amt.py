@@ -265,8 +265,12 @@ def test_non_numeric_score_names_row_and_column(tmp_path):
 
 def test_wrong_cell_count_suggests_delimiter(tmp_path):
     amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
-    with pytest.raises(LayoutError, match=r"row 2 has \d+ cells and the header \d+.*','.*--delimiter"):
-        composite_amt.read_amt(amt, delimiter=",")
+    # An unquoted semicolon inside a caption adds one cell to row 5.
+    lines = amt.read_text(encoding="utf-8").splitlines()
+    lines.append(lines[-1].replace("A cat sleeps on a sofa .", "A cat sleeps; on a sofa ."))
+    amt.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(LayoutError, match=r"row 5 has 38 cells and the header 37.*';'.*--delimiter"):
+        composite_amt.read_amt(amt)
 
 
 def test_latin1_file_needs_the_encoding_option(tmp_path):
@@ -294,6 +298,92 @@ def test_header_only_file(tmp_path):
         composite_amt.read_amt(amt)
 
 
+def test_tab_delimiter_by_name(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.tsv", flickr8k_rows(), captions=3, delimiter="\t")
+    tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
+    for spelling in ("\t", "tab", "\\t"):
+        result = composite_amt.convert(amt, tokens, delimiter=spelling)
+        assert len(result.rows) == 8, spelling
+
+
+def test_multi_character_delimiter_rejected(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    with pytest.raises(LayoutError, match=r"'::' is not one character.*'tab'"):
+        composite_amt.read_amt(amt, delimiter="::")
+
+
+def test_wrong_delimiter_gives_one_column(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    with pytest.raises(LayoutError, match=r"splits into one column at '\|'.*--delimiter"):
+        composite_amt.read_amt(amt, delimiter="|")
+
+
+def test_unknown_encoding_rejected(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    with pytest.raises(LayoutError, match=r"unknown text encoding 'latin-9x'"):
+        composite_amt.read_amt(amt, encoding="latin-9x")
+
+
+def test_latin1_references_file_rejected(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    tokens = tmp_path / "Flickr8k.token.txt"
+    tokens.write_bytes("1000268201_693b08cb0e.jpg#0\tA girl near a caf\xe9 .\n".encode("latin-1"))
+    with pytest.raises(LayoutError, match=r"Flickr8k.token.txt: is not valid UTF-8.*convert"):
+        composite_amt.convert(amt, tokens)
+
+
+def test_token_file_with_byte_order_mark(tmp_path):
+    tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
+    tokens.write_bytes(b"\xef\xbb\xbf" + tokens.read_bytes())
+    references = composite_amt.read_references(tokens)
+    assert references["1000268201_693b08cb0e.jpg"] == FLICKR8K_TOKENS["1000268201_693b08cb0e.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [("[1, 2]", "a JSON list"), ("image,caption\na.jpg,a dog\n", "found 1 fields")],
+)
+def test_references_layout_errors_list_layouts(tmp_path, content, found):
+    references = tmp_path / "refs.txt"
+    references.write_text(content, encoding="utf-8")
+    with pytest.raises(LayoutError) as raised:
+        composite_amt.read_references(references)
+    message = str(raised.value)
+    assert found in message
+    assert "Flickr token file" in message
+    assert "Karpathy split JSON" in message
+    assert "COCO captions JSON" in message
+
+
+def test_wrong_references_file_fails(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    other = tmp_path / "results_20130124.token"
+    other.write_text("1000092795.jpg#0\tTwo young guys .\n", encoding="utf-8")
+    with pytest.raises(LayoutError, match=r"none of its 8 ratings has references: 2 of its images.*same position"):
+        composite_amt.convert(amt, other)
+
+
+def test_images_without_rated_reference_listed(tmp_path):
+    rows = flickr8k_rows()
+    for row in rows[:2]:
+        row["Input.text1"] = "A small girl walks into a wooden playhouse ."
+    amt = write_amt(tmp_path / "8k_correctness.csv", rows, captions=3)
+    result = composite_amt.convert(amt, write_tokens(tmp_path / "Flickr8k.token.txt"))
+    assert result.images_without_rated_reference == ("1000268201_693b08cb0e.jpg",)
+    assert len(json.loads(result.rows[0]["references"])) == 5
+
+
+def test_stray_text_score_named_in_error(tmp_path):
+    rows = flickr8k_rows()
+    rows[1]["Answer.Q3"] = "n/a"
+    amt = write_amt(tmp_path / "8k_correctness.csv", rows, captions=3)
+    with pytest.raises(LayoutError) as raised:
+        composite_amt.convert(amt, write_tokens(tmp_path / "Flickr8k.token.txt"))
+    message = str(raised.value)
+    assert "'Answer.Q3' (row 3 is 'n/a')" in message
+    assert "'Answer.comments' (row 2 is 'fine, thanks')" in message
+
+
 # ------------------------------------------------------------------ command line and run.py
 
 
@@ -316,6 +406,40 @@ def test_command_line_layout_error_exits_2(tmp_path):
     assert completed.stderr.startswith("error: ")
     assert "Traceback" not in completed.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_command_line_missing_output_folder(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
+    out = tmp_path / "no-such-folder" / "composite.csv"
+    completed = run_script([str(SCRIPT), "--amt", str(amt), "--references", str(tokens), "--out", str(out)])
+    assert completed.returncode == 2
+    assert completed.stderr.splitlines()[-1].startswith("error: ")
+    assert "no-such-folder" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_command_line_columns_per_file(tmp_path):
+    tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
+    first = tmp_path / "first.csv"
+    first.write_text("pic;cap;mark\n1001773457_577c3a7d70.jpg;Two dogs play .;4\n", encoding="utf-8")
+    second = tmp_path / "second.csv"
+    second.write_text(
+        "photo;c1;c2;s1;s2\n1000268201_693b08cb0e.jpg;A girl climbs .;A dog runs .;5;1\n", encoding="utf-8"
+    )
+    out = tmp_path / "composite.csv"
+    command = [str(SCRIPT), "--amt", str(first), "--references", str(tokens), "--amt", str(second), "--references", str(tokens),
+               "--image-column", "pic", "--image-column", "photo", "--caption-columns", "cap", "--caption-columns", "c1,c2",
+               "--score-columns", "mark", "--score-columns", "s1,s2", "--out", str(out)]  # fmt: skip
+    completed = run_script(command)
+    assert completed.returncode == 0, completed.stderr
+    rows = read_flat(out)
+    assert [(row["candidate"], row["score"]) for row in rows] == [("Two dogs play .", "4"), ("A girl climbs .", "5"), ("A dog runs .", "1")]
+
+    wrong_count = command[:-2] + ["--image-column", "pic", "--out", str(out)]
+    completed = run_script(wrong_count)
+    assert completed.returncode == 2
+    assert "2 --amt, 3 --image-column" in completed.stderr
 
 
 def test_command_line_output_feeds_loader_and_run(tmp_path, tiny_clip, example_images):

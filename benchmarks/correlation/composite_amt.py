@@ -27,7 +27,7 @@ read:
 * COCO ``captions_val2014.json``: ``images[].file_name`` and
   ``annotations[].caption``.
 
-One of an image's source captions is among the rated ones. As in the CLIPScore
+A rated caption can be one of the image's source captions. As in the CLIPScore
 repository's CrowdFlower file, every rated caption of an image is removed from
 that image's references, and every rating is kept. Captions match when they are
 equal after lowercasing and dropping punctuation and extra spaces. Each
@@ -70,6 +70,12 @@ from correlation import loaders  # noqa: E402
 from correlation.loaders import LayoutError, PathLike, normalize  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+REFERENCE_LAYOUTS = (
+    "Expected a Flickr token file ('<image>#<n>' TAB caption), a Karpathy split JSON "
+    "('images' with 'filename' and 'sentences') or a COCO captions JSON ('images' and 'annotations')"
+)
+DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "semicolon": ";", "comma": ","}
+"""Spellings of --delimiter that a shell passes as more than one character."""
 FLAT_COLUMNS = ("image_id", "candidate", "references", "score", "source", "worker")
 """Columns of the flat CSV. ``load_composite_csv`` reads the first four, and the last two record where each row came from."""
 
@@ -106,6 +112,9 @@ class Conversion:
         skipped_no_references: ratings left out because the image has no references
             left (it is missing from the references file, or all its captions were rated).
         images_without_references: image names missing from the references file.
+        images_without_rated_reference: images none of whose references matches a
+            rated caption. Where a file rates a human caption of every image, these
+            point to captions edited before rating or to the wrong references file.
     """
 
     source: str
@@ -114,6 +123,7 @@ class Conversion:
     skipped_blank_scores: int = 0
     skipped_no_references: int = 0
     images_without_references: tuple[str, ...] = ()
+    images_without_rated_reference: tuple[str, ...] = ()
 
 
 def match_key(text: str) -> str:
@@ -140,9 +150,15 @@ def read_references(path: PathLike) -> dict[str, list[str]]:
     Raises:
         LayoutError: the file has none of the three layouts.
     """
-    text = Path(path).read_text(encoding="utf-8-sig")
-    if not text.lstrip().startswith("{"):
-        return dict(loaders._captions_by_image(loaders.read_flickr8k_tokens(path)))
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise LayoutError(path, f"is not valid UTF-8 ({error}); convert the references file to UTF-8") from None
+    if not text.lstrip().startswith(("{", "[")):
+        try:
+            return dict(loaders._captions_by_image(loaders.read_flickr8k_tokens(path)))
+        except LayoutError as error:
+            raise LayoutError(path, f"{error.problem}. {REFERENCE_LAYOUTS}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
@@ -151,12 +167,8 @@ def read_references(path: PathLike) -> dict[str, list[str]]:
         return _coco_references(path, data)
     if isinstance(data, dict) and "images" in data:
         return _karpathy_references(path, data)
-    raise LayoutError(
-        path,
-        "expected a Flickr token file, a Karpathy split JSON ('images' with 'sentences') or a COCO "
-        f"captions JSON ('images' and 'annotations'); found a JSON {type(data).__name__}"
-        + (f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else ""),
-    )
+    found = f"a JSON {type(data).__name__}" + (f" with keys {sorted(data)[:8]}" if isinstance(data, dict) else "")
+    raise LayoutError(path, f"found {found}. {REFERENCE_LAYOUTS}")
 
 
 def _coco_references(path: PathLike, data: dict[str, Any]) -> dict[str, list[str]]:
@@ -198,17 +210,24 @@ def read_amt(path: PathLike, *, delimiter: Optional[str] = None, encoding: str =
         LayoutError: the file cannot be decoded, is empty, or has a row with a
             different number of cells than the header.
     """
+    delimiter = DELIMITER_NAMES.get(delimiter.lower(), delimiter) if delimiter is not None else None
+    if delimiter is not None and len(delimiter) != 1:
+        raise LayoutError(path, f"the delimiter {delimiter!r} is not one character; use one, or 'tab', 'semicolon' or 'comma'")
     try:
         with open(path, newline="", encoding=encoding) as handle:
             lines = handle.read().splitlines(keepends=True)
     except UnicodeDecodeError as error:
         raise LayoutError(path, f"cannot be decoded as {encoding} ({error}); pass --encoding latin-1 if the file is Latin-1") from None
+    except LookupError:
+        raise LayoutError(path, f"unknown text encoding {encoding!r}; use a Python codec name such as utf-8 or latin-1") from None
     if not lines:
         raise LayoutError(path, "the file is empty")
     if delimiter is None:
         delimiter = max(";,\t", key=lines[0].count)
     reader = csv.reader(lines, delimiter=delimiter)
     header = [name.strip() for name in next(reader)]
+    if len(header) == 1:
+        raise LayoutError(path, f"the header line splits into one column at {delimiter!r}; set the delimiter with --delimiter")
     records = []
     for number, cells in enumerate(reader, start=2):
         if not any(cell.strip() for cell in cells):
@@ -263,10 +282,13 @@ def find_columns(
     if scores is None:
         scores = [name for name in answers if _holds_scores([record[name] for record in records])]
     if not captions or len(captions) != len(scores):
+        passed_over = [_why_not_scores(name, records) for name in answers if name not in scores]
         raise LayoutError(
             path,
             f"found {len(captions)} caption column(s) {list(captions)} and {len(scores)} score column(s) "
-            f"{list(scores)}; they must pair up in order. Name them with --caption-columns and --score-columns",
+            f"{list(scores)}; they must pair up in order"
+            + (f". Answer columns not taken as scores: {'; '.join(passed_over)}" if passed_over else "")
+            + ". Name the columns with --caption-columns and --score-columns",
         )
     worker = "WorkerId" if "WorkerId" in header else None
     return AmtColumns(image, tuple(captions), tuple(scores), worker)
@@ -334,6 +356,9 @@ def convert(
     rows = []
     no_references = 0
     missing: set[str] = set()
+    no_rated_reference = sorted(
+        name for name in rated if name in corpus and not any(match_key(ref) in rated[name] for ref in corpus[name])
+    )
     for rating in ratings:
         if rating.image_name not in corpus:
             missing.add(rating.image_name)
@@ -352,7 +377,13 @@ def convert(
                 "worker": rating.worker,
             }
         )
-    return Conversion(str(amt), columns, rows, blank, no_references, tuple(sorted(missing)))
+    if ratings and not rows:
+        raise LayoutError(
+            amt,
+            f"none of its {len(ratings)} ratings has references: {len(missing)} of its images are not in "
+            f"{references_file}. Check that each --references file belongs to the --amt file at the same position",
+        )
+    return Conversion(str(amt), columns, rows, blank, no_references, tuple(sorted(missing)), tuple(no_rated_reference))
 
 
 def write_flat_csv(path: PathLike, rows: Sequence[dict[str, str]]) -> None:
@@ -377,6 +408,14 @@ def _holds_scores(cells: Sequence[str]) -> bool:
     return bool(filled)
 
 
+def _why_not_scores(name: str, records: Sequence[dict[str, str]]) -> str:
+    for number, record in enumerate(records, start=2):
+        cell = record[name].strip()
+        if cell and not _holds_scores([cell]):
+            return f"{name!r} (row {number} is {cell[:40]!r})"
+    return f"{name!r} (empty in every row)"
+
+
 def _format_score(score: float) -> str:
     return str(int(score)) if float(score).is_integer() else repr(float(score))
 
@@ -385,59 +424,87 @@ def _split_names(value: Optional[str]) -> Optional[list[str]]:
     return None if value is None else [name.strip() for name in value.split(",") if name.strip()]
 
 
+def _per_file(parser: argparse.ArgumentParser, values: Optional[list[str]], option: str, count: int) -> list[Optional[str]]:
+    """Give each --amt file its value of a repeatable option: none, one for all, or one each."""
+    if not values:
+        return [None] * count
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        parser.error(f"give {option} once for all --amt files or once for each: {count} --amt, {len(values)} {option}")
+    return values
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("``", ""))
     parser.add_argument("--amt", type=Path, action="append", required=True, help="a raw result file; repeat for each")
     parser.add_argument("--references", type=Path, action="append", required=True, help="the source captions of the --amt file at the same position")
     parser.add_argument("--image-folder", action="append", help="folder of that file's images, written before each image file name")
     parser.add_argument("--out", type=Path, required=True, help="the flat CSV to write")
-    parser.add_argument("--delimiter", help="delimiter of the raw files (default: found from the header line)")
+    parser.add_argument("--delimiter", help="delimiter of the raw files: one character, or tab, semicolon or comma (default: found from the header line)")
     parser.add_argument("--encoding", default="utf-8-sig", help="text encoding of the raw files (default: UTF-8)")
-    parser.add_argument("--image-column", help="column with the image URL or file name")
-    parser.add_argument("--caption-columns", help="comma-separated caption columns, in the order of --score-columns")
-    parser.add_argument("--score-columns", help="comma-separated score columns, in the order of --caption-columns")
+    columns = parser.add_argument_group(
+        "column names", "Each option applies to all --amt files when given once, or to the --amt file at the same position when given once per file."
+    )
+    columns.add_argument("--image-column", action="append", help="column with the image URL or file name")
+    columns.add_argument("--caption-columns", action="append", help="comma-separated caption columns, in the order of --score-columns")
+    columns.add_argument("--score-columns", action="append", help="comma-separated score columns, in the order of --caption-columns")
     args = parser.parse_args(argv)
 
-    folders = args.image_folder or [""] * len(args.amt)
-    if not len(args.amt) == len(args.references) == len(folders):
+    count = len(args.amt)
+    folders = args.image_folder or [""] * count
+    if not count == len(args.references) == len(folders):
         parser.error(
             f"give one --references and one --image-folder (or none at all) for each --amt file: "
-            f"{len(args.amt)} --amt, {len(args.references)} --references, {len(args.image_folder or [])} --image-folder"
+            f"{count} --amt, {len(args.references)} --references, {len(args.image_folder or [])} --image-folder"
         )
+    image_columns = _per_file(parser, args.image_column, "--image-column", count)
+    caption_columns = _per_file(parser, args.caption_columns, "--caption-columns", count)
+    score_columns = _per_file(parser, args.score_columns, "--score-columns", count)
+
     rows: list[dict[str, str]] = []
     try:
-        for amt, references, folder in zip(args.amt, args.references, folders):
+        for index, (amt, references, folder) in enumerate(zip(args.amt, args.references, folders)):
             result = convert(
                 amt,
                 references,
                 image_folder=folder,
                 delimiter=args.delimiter,
                 encoding=args.encoding,
-                image_column=args.image_column,
-                caption_columns=_split_names(args.caption_columns),
-                score_columns=_split_names(args.score_columns),
+                image_column=image_columns[index],
+                caption_columns=_split_names(caption_columns[index]),
+                score_columns=_split_names(score_columns[index]),
             )
             rows.extend(result.rows)
-            print(
-                f"{amt}: {len(result.rows)} ratings; image column {result.columns.image!r}, "
-                f"{len(result.columns.captions)} captions per assignment",
-                file=sys.stderr,
-            )
-            if result.skipped_blank_scores:
-                print(f"  {result.skipped_blank_scores} empty score cells left out", file=sys.stderr)
-            if result.skipped_no_references:
-                examples = ", ".join(result.images_without_references[:5])
-                print(
-                    f"  {result.skipped_no_references} ratings left out: no references left for their image"
-                    + (f" ({len(result.images_without_references)} image(s) not in {references}, e.g. {examples})" if examples else ""),
-                    file=sys.stderr,
-                )
+            _print_summary(result, references)
+        write_flat_csv(args.out, rows)
     except (LayoutError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    write_flat_csv(args.out, rows)
     print(f"Wrote {len(rows)} rows to {args.out}", file=sys.stderr)
     return 0
+
+
+def _print_summary(result: Conversion, references: Path) -> None:
+    columns = result.columns
+    print(
+        f"{result.source}: {len(result.rows)} ratings; image column {columns.image!r}, "
+        f"{len(columns.captions)} captions per assignment",
+        file=sys.stderr,
+    )
+    if result.skipped_blank_scores:
+        print(f"  {result.skipped_blank_scores} empty score cells left out", file=sys.stderr)
+    if result.skipped_no_references:
+        examples = ", ".join(result.images_without_references[:5])
+        detail = f" ({len(result.images_without_references)} image(s) not in {references}, e.g. {examples})" if examples else ""
+        print(f"  {result.skipped_no_references} ratings left out: no references left for their image{detail}", file=sys.stderr)
+    if result.images_without_rated_reference:
+        examples = ", ".join(result.images_without_rated_reference[:5])
+        print(
+            f"  {len(result.images_without_rated_reference)} image(s) keep all their references because no rated "
+            f"caption matches one, e.g. {examples}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

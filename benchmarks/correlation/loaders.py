@@ -46,6 +46,7 @@ class LayoutError(ValueError):
     def __init__(self, path: PathLike, problem: str) -> None:
         super().__init__(f"{path}: {problem}")
         self.path = str(path)
+        self.problem = problem
 
 
 @dataclass(frozen=True)
@@ -504,7 +505,8 @@ def _lookup_caption(annotations: PathLike, tokens: PathLike, captions: dict[str,
 
 
 def _tab_lines(path: PathLike) -> Iterable[tuple[int, list[str]]]:
-    with open(path, encoding="utf-8") as handle:
+    # utf-8-sig drops a byte-order mark, which would otherwise become part of the first image name.
+    with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             if line.strip():
                 yield number, line.rstrip("\r\n").split("\t")
