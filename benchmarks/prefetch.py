@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
 
     from i0tscore import scorer as scorer_module
+    from i0tscore.fileio import atomic_write
     from i0tscore.prefetch import prefetch
 
     workload = speed.Workload(args.work.resolve(), "cpu", "float32", 0, args.images, 5)
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     suffix = "" if args.threads is None else f"-threads{args.threads}"
     out = args.work / f"prefetch-cpu{suffix}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic_write(out, json.dumps(results, indent=1) + "\n")
 
     print(f"{len(paths)} images, {torch.get_num_threads()} torch threads, median of {args.rounds} interleaved rounds.\n")
     print("| Side | Median seconds | Per-round seconds |")

@@ -54,6 +54,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from i0tscore.fileio import atomic_write
+
 REPO = Path(__file__).resolve().parents[1]
 IMPLEMENTATIONS = ("i0tscore", "torchmetrics", "plain", "floor")
 PREFIX = "A photo depicts "
@@ -422,7 +424,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     suffix = "" if args.threads is None else f"-threads{args.threads}"
     out = args.work / f"speed-{args.device}-{args.dtype}{suffix}.json"
-    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    atomic_write(out, json.dumps(results, indent=1) + "\n")
     print(render_markdown(results))
     print(f"\nwrote {out}", file=sys.stderr)
 

@@ -4,6 +4,9 @@ Pillow releases the GIL while it decodes and resizes an image, and torch
 releases it inside each operator, so one worker thread can prepare pixels while
 the encoders run. The time this hides matters most on a GPU, where the forward
 pass is fast next to decoding on the CPU.
+
+NOTE: measured on CPU only (``benchmarks/prefetch.py``): with a core left free it
+hides most of the decoding, and with every core running torch it gains little.
 """
 
 from __future__ import annotations

@@ -408,15 +408,28 @@ def test_command_line_layout_error_exits_2(tmp_path):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_command_line_missing_output_folder(tmp_path):
+def test_command_line_output_is_a_folder(tmp_path):
     amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
     tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
-    out = tmp_path / "no-such-folder" / "composite.csv"
+    out = tmp_path / "results"
+    out.mkdir()
     completed = run_script([str(SCRIPT), "--amt", str(amt), "--references", str(tokens), "--out", str(out)])
     assert completed.returncode == 2
     assert completed.stderr.splitlines()[-1].startswith("error: ")
-    assert "no-such-folder" in completed.stderr
+    assert "results" in completed.stderr
     assert "Traceback" not in completed.stderr
+    # The failed write leaves no temporary file behind.
+    assert list(out.iterdir()) == []
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+def test_command_line_creates_output_folder(tmp_path):
+    amt = write_amt(tmp_path / "8k_correctness.csv", flickr8k_rows(), captions=3)
+    tokens = write_tokens(tmp_path / "Flickr8k.token.txt")
+    out = tmp_path / "new-folder" / "composite.csv"
+    completed = run_script([str(SCRIPT), "--amt", str(amt), "--references", str(tokens), "--out", str(out)])
+    assert completed.returncode == 0, completed.stderr
+    assert len(read_flat(out)) == 8
 
 
 def test_command_line_columns_per_file(tmp_path):

@@ -68,6 +68,7 @@ if __package__ in (None, ""):
 
 from correlation import loaders  # noqa: E402
 from correlation.loaders import LayoutError, PathLike, normalize  # noqa: E402
+from i0tscore.fileio import atomic_open  # noqa: E402
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 REFERENCE_LAYOUTS = (
@@ -387,8 +388,8 @@ def convert(
 
 
 def write_flat_csv(path: PathLike, rows: Sequence[dict[str, str]]) -> None:
-    """Write the rows with a header, comma-separated, UTF-8."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    """Write the rows with a header, comma-separated, UTF-8, atomically."""
+    with atomic_open(path, "w") as handle:
         writer = csv.DictWriter(handle, fieldnames=FLAT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from correlation.scoring import METRIC_LABELS
+from i0tscore.fileio import atomic_write
 
 
 def environment() -> dict[str, str]:
@@ -44,10 +43,7 @@ def write_json(data: Mapping[str, Any], path: Optional[Path]) -> None:
     if path is None:
         sys.stdout.write(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
+    atomic_write(path, text)
 
 
 def _without_nan(value: Any) -> Any:

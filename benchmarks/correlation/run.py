@@ -35,6 +35,7 @@ from correlation.metrics import (  # noqa: E402
 )
 from correlation.report import accuracy_table, correlation_table, environment, write_json  # noqa: E402
 from correlation.scoring import METRICS, BenchmarkScorer  # noqa: E402
+from i0tscore.fileio import atomic_write  # noqa: E402
 
 # Hessel et al., "CLIPScore: A Reference-free Evaluation Metric for Image Captioning",
 # EMNLP 2021, OpenAI ViT-B/32, all values × 100. Correlations: Flickr8k-Expert τ-c,
@@ -213,7 +214,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     }
     header = f"{args.dataset}, model {args.model}, statistics {scorer.stats_mode}\n\n"
     if args.markdown is not None:
-        args.markdown.write_text(header + table, encoding="utf-8")
+        atomic_write(args.markdown, header + table)
     print(header + table, file=sys.stderr)
     write_json(report, args.out)
     return 0

@@ -31,6 +31,7 @@ from correlation.loaders import RatedCaption  # noqa: E402
 from correlation.metrics import correlations  # noqa: E402
 from correlation.report import correlation_table, environment, write_json  # noqa: E402
 from correlation.scoring import METRICS, BenchmarkScorer  # noqa: E402
+from i0tscore.fileio import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTHCLIP = REPO / "tests" / "assets" / "synthclip"
@@ -157,7 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     header = (f"Synthetic benchmark: {report['settings']['rows']} captions of {args.scenes} held-out scenes, "
               f"seed {args.seed}, statistics: {report['statistics']}.\n\n")
     if args.markdown is not None:
-        args.markdown.write_text(header + table, encoding="utf-8")
+        atomic_write(args.markdown, header + table)
     print(header + table, file=sys.stderr)
     write_json(report, args.out)
     return 0
